@@ -1,0 +1,71 @@
+"""The ``modalbalance`` command line: subcommands, logging switches and one-line errors."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from modalbalance import __version__
+from modalbalance.errors import ModalBalanceError
+
+# Subcommand modules under modalbalance.commands; a missing one is skipped so
+# that optional commands can be added without touching this list's users.
+COMMANDS = ("train", "prepare", "evaluate", "report", "sweep", "configs")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="modalbalance", description="Balanced multimodal learning: PMR and its baselines.")
+    parser.add_argument("--version", action="version", version=f"modalbalance {__version__}")
+    verbosity = parser.add_mutually_exclusive_group()
+    verbosity.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    verbosity.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only, and hide progress bars")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"modalbalance.commands.{name}")
+        except ModuleNotFoundError as error:
+            if error.name != f"modalbalance.commands.{name}":
+                raise
+            continue
+        module.add_parser(subparsers)
+    return parser
+
+
+def configure_logging(verbose: bool, quiet: bool) -> None:
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S"))
+    root = logging.getLogger("modalbalance")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    configure_logging(args.verbose, args.quiet)
+    if args.quiet:
+        import os
+
+        os.environ["TQDM_DISABLE"] = "1"
+    try:
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
+        with logging_redirect_tqdm(loggers=[logging.getLogger("modalbalance")]):
+            return args.func(args)
+    except ModalBalanceError as error:
+        sys.stderr.write(f"modalbalance {args.command}: error: {error}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write(f"modalbalance {args.command}: interrupted\n")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Subcommands of the ``modalbalance`` CLI; each module has ``add_parser(subparsers)``."""

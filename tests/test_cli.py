@@ -1,0 +1,78 @@
+"""The command line: one-line errors with exit code 2, and a short real run."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def run_cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "modalbalance.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=600)
+
+
+def assert_one_line_error(result, *fragments):
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    error_lines = [line for line in result.stderr.splitlines() if "error:" in line]
+    assert len(error_lines) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in error_lines[0]
+
+
+def test_unknown_fusion_lists_choices(tmp_path):
+    result = run_cli("train", "--set", "model.fusion=conat", "--out", str(tmp_path / "run"))
+    assert_one_line_error(result, "model.fusion must be one of", "concat", "film", "gated", "sum", "'conat'")
+
+
+def test_unknown_method_lists_choices(tmp_path):
+    result = run_cli("train", "--set", "method.name=pmx", "--out", str(tmp_path / "run"))
+    assert_one_line_error(result, "method must be one of", "naive", "pmr", "pmr-no-per", "'pmx'")
+
+
+def test_unknown_method_param_suggests(tmp_path):
+    result = run_cli("train", "--set", "method.alfa=2", "--out", str(tmp_path / "run"))
+    assert_one_line_error(result, "unknown key method.alfa", "'alpha'")
+
+
+def test_missing_data_directory_names_path(tmp_path):
+    missing = tmp_path / "no-such-mnist"
+    result = run_cli("train", "--config", "cgmnist/pmr_concat", "--set", f"data.root={missing}", "--out", str(tmp_path / "run"))
+    assert_one_line_error(result, str(missing))
+
+
+def test_unknown_config_section(tmp_path):
+    result = run_cli("train", "--set", "trian.epochs=1", "--out", str(tmp_path / "run"))
+    assert_one_line_error(result, "unknown config section 'trian'")
+
+
+def test_existing_run_directory_is_kept(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "summary.json").write_text('{"keep": true}')
+    result = run_cli("train", "--set", "train.epochs=1", "--out", str(run_dir))
+    assert_one_line_error(result, "already contains a run")
+    assert json.loads((run_dir / "summary.json").read_text()) == {"keep": True}
+
+
+def test_configs_lists_shipped():
+    result = run_cli("configs")
+    assert result.returncode == 0
+    assert "cgmnist/pmr_concat" in result.stdout.split()
+
+
+@pytest.mark.slow
+def test_train_writes_run_directory(tmp_path):
+    run_dir = tmp_path / "run"
+    result = run_cli("train", "--set", "train.epochs=2", "--out", str(run_dir))
+    assert result.returncode == 0, result.stderr
+    assert "fused test accuracy" in result.stdout
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert 0.0 <= summary["test_accuracy"] <= 1.0
+    assert set(summary["modality_test_accuracy"]) == {"gray", "colored"}
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [record["epoch"] for record in records] == [0, 1]
+    for key in ("train/loss", "train/accuracy", "test/accuracy", "train/prototype_accuracy/gray", "test/prototype_accuracy/colored", "test/head_accuracy/gray", "imbalance_ratio", "acceleration_weight/gray"):
+        assert key in records[-1]
+    assert (run_dir / "config.yaml").is_file()
+    assert (run_dir / "last.pt").is_file()
