@@ -1,3 +1,3 @@
 """Data set loaders and their registry; importing this package registers the built-in data sets."""
 
-from modalbalance.data import cgmnist, idx  # noqa: F401  (cgmnist fills DATASETS)
+from modalbalance.data import av_datasets, av_digits, cgmnist  # noqa: F401  (imported to fill DATASETS)

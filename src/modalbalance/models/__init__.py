@@ -1,3 +1,4 @@
-"""Encoders, fusion heads and their registries; importing this package registers the built-in ones."""
+"""Encoders, fusion heads, whole models and their registries; importing this package registers the built-in ones."""
 
-from modalbalance.models import encoders, fusion  # noqa: F401  (imported to fill ENCODERS and FUSIONS)
+# Imported to fill ENCODERS, FUSIONS and MODELS.
+from modalbalance.models import centralnet, encoders, fusion, mmtm, resnet, small_cnn  # noqa: F401
