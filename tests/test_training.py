@@ -69,3 +69,25 @@ def test_pmr_lifts_gray_on_real_mnist(tmp_path, data_root):
     naive = train({**base, "method": {"name": "naive"}}, tmp_path / "naive")
     pmr = train({**base, "method": {"name": "pmr", "alpha": 1.0, "mu": 0.01, "per_epochs": 1}}, tmp_path / "pmr")
     assert pmr["modality_test_accuracy"]["gray"] > naive["modality_test_accuracy"]["gray"]
+
+
+def test_validation_selects_best_checkpoint(tmp_path):
+    summary = train({"train": {"epochs": 2, "val_fraction": 0.1, "progress": False, "plots": False}}, tmp_path / "run")
+    records = read_metrics(tmp_path / "run")
+    best = max(records, key=lambda record: record["val/accuracy"])
+    assert summary["best_val_epoch"] == best["epoch"]
+    assert summary["test_accuracy_at_best_val"] == best["test/accuracy"]
+    assert (tmp_path / "run" / "best.pt").is_file()
+    assert "best_test_accuracy" not in summary  # no model selection on the test split
+
+
+def test_no_validation_means_no_best_checkpoint(tmp_path):
+    summary = train({"train": {"epochs": 1, "progress": False, "plots": False}}, tmp_path / "run")
+    assert "best_val_epoch" not in summary
+    assert not (tmp_path / "run" / "best.pt").exists()
+
+
+def test_tensorboard_scalars_written(tmp_path):
+    pytest.importorskip("tensorboard")
+    train({"train": {"epochs": 1, **FAST, "plots": False}}, tmp_path / "run")
+    assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))

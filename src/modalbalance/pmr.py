@@ -45,8 +45,18 @@ def prototype_distances(embeddings: torch.Tensor, prototypes: torch.Tensor) -> t
 
     The gradient stays finite when an embedding coincides with a prototype.
     """
-    differences = embeddings.unsqueeze(1) - prototypes.unsqueeze(0)
-    squared = differences.pow(2).sum(dim=-1)
+    # |z - c|^2 = |z|^2 + |c|^2 - 2 z.c needs one matrix product instead of a
+    # [B, K, D] tensor of differences, which cost about 4% of a CG-MNIST training
+    # step on a CPU (batch 64, D = 512, K = 10). Centering both sides on the
+    # prototypes' mean first keeps the float32 cancellation error small.
+    center = prototypes.mean(dim=0, keepdim=True)
+    centered_embeddings = embeddings - center
+    centered_prototypes = prototypes - center
+    squared = (
+        centered_embeddings.pow(2).sum(dim=1, keepdim=True)
+        + centered_prototypes.pow(2).sum(dim=1).unsqueeze(0)
+        - 2.0 * centered_embeddings @ centered_prototypes.T
+    )
     return squared.clamp_min(_MIN_SQUARED_DISTANCE).sqrt()
 
 
@@ -104,6 +114,14 @@ def entropy_weights(acceleration: torch.Tensor, scores: torch.Tensor) -> torch.T
     return weights
 
 
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_integer(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def prototypical_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Return the mean of ``-log p(y_i | x_i)`` under the prototype distribution (Eq. 9)."""
     return F.cross_entropy(logits, labels)
@@ -155,8 +173,8 @@ class PrototypeBank:
         momentum: float = 0.0,
         class_names: Sequence[str] | None = None,
     ) -> None:
-        if not 0.0 <= momentum < 1.0:
-            raise ConfigError(f"prototype momentum must be in [0, 1); got {momentum}")
+        if not (_is_number(momentum) and 0.0 <= momentum < 1.0):
+            raise ConfigError(f"prototype momentum must be a number in [0, 1); got {momentum!r}")
         self.num_modalities = num_modalities
         self.num_classes = num_classes
         self.momentum = momentum
@@ -173,17 +191,30 @@ class PrototypeBank:
 
     @torch.no_grad()
     def update(self, accumulator: PrototypeAccumulator) -> None:
+        """Fold one pass's class means into the prototypes.
+
+        Raises DataError for a class that has never had a sample and for
+        non-finite embedding sums, which NaN or infinite inputs produce.
+        """
         present = accumulator.counts > 0
         never_seen = ~present & ~self.has_prototype
         if never_seen.any():
             names = [self.class_names[k] for k in torch.nonzero(never_seen).flatten().tolist()]
+            subject = f"class {names[0]!r} has" if len(names) == 1 else f"classes {', '.join(repr(n) for n in names)} have"
             raise DataError(
-                f"class {', '.join(repr(n) for n in names)} has no sample in the prototype subset and no earlier "
+                f"{subject} no sample in the prototype subset and no earlier "
                 "prototype; draw a larger prototype subset or top it up with samples of that class"
             )
         for m, sums in enumerate(accumulator.sums):
             if sums is None:
                 raise DataError("the prototype subset is empty; draw a larger prototype subset")
+            finite = torch.isfinite(sums).all(dim=1).cpu()
+            if not finite.all():
+                name = self.class_names[int(torch.nonzero(~finite)[0])]
+                raise DataError(
+                    f"non-finite embedding in modality {m} for class {name!r} during the prototype pass; "
+                    "check the inputs for NaN or infinite values"
+                )
             counts = accumulator.counts.to(sums.device).clamp_min(1.0).unsqueeze(1)
             new = (sums / counts).to(torch.float32)
             old = self.prototypes[m]
@@ -204,6 +235,22 @@ class PrototypeBank:
         module: nn.Module | None = None,
     ) -> PrototypeAccumulator:
         """Embed every ``(inputs, labels)`` batch without gradients (``module`` in eval mode) and update the bank."""
+        accumulator = self.accumulate(batches, embed, module)
+        self.update(accumulator)
+        return accumulator
+
+    @torch.no_grad()
+    def accumulate(
+        self,
+        batches: Iterable[tuple[Sequence[torch.Tensor], torch.Tensor]],
+        embed: Callable[[Sequence[torch.Tensor]], Sequence[torch.Tensor]],
+        module: nn.Module | None = None,
+    ) -> PrototypeAccumulator:
+        """Return the class sums and counts of every batch's embeddings, without updating the bank.
+
+        Processes of a distributed run each accumulate their own batches, add
+        the accumulators together and then call ``update`` with the total.
+        """
         accumulator = self.new_accumulator()
         was_training = module.training if module is not None else False
         if module is not None:
@@ -214,7 +261,6 @@ class PrototypeBank:
         finally:
             if module is not None:
                 module.train(was_training)
-        self.update(accumulator)
         return accumulator
 
     def logits(self, embeddings: Sequence[torch.Tensor]) -> list[torch.Tensor]:
@@ -266,6 +312,13 @@ class PMR:
         modulation_start, modulation_end: PCE and PER act only in epochs
             ``modulation_start .. modulation_end`` (inclusive); None means no end.
         class_names: used in error messages about missing classes.
+
+    Attributes:
+        score_reducer: None, or a function that maps this process's batch
+            scores ``s^m`` to their sum over all processes of a distributed
+            run (such as an all-reduce), applied before the imbalance ratio
+            and the coefficients are computed. Every process then weights its
+            losses by the scores of the whole global batch.
     """
 
     def __init__(
@@ -284,15 +337,22 @@ class PMR:
     ) -> None:
         if num_modalities < 2:
             raise ConfigError(f"PMR needs at least two modalities; got {num_modalities}")
-        if not (alpha >= 0 and math.isfinite(alpha)):
-            raise ConfigError(f"alpha must be a finite number >= 0; got {alpha}")
-        if not (mu >= 0 and math.isfinite(mu)):
-            raise ConfigError(f"mu must be a finite number >= 0; got {mu}")
-        if coefficient_rule not in COEFFICIENT_RULES:
+        if not (_is_number(alpha) and alpha >= 0 and math.isfinite(alpha)):
+            raise ConfigError(f"alpha must be a finite number >= 0; got {alpha!r}")
+        if not (_is_number(mu) and mu >= 0 and math.isfinite(mu)):
+            raise ConfigError(f"mu must be a finite number >= 0; got {mu!r}")
+        if not _is_number(prototype_momentum):
+            raise ConfigError(f"prototype_momentum must be a number in [0, 1); got {prototype_momentum!r}")
+        if not isinstance(coefficient_rule, str) or coefficient_rule not in COEFFICIENT_RULES:
             raise ConfigError(f"coefficient_rule must be one of {', '.join(COEFFICIENT_RULES)}; got {coefficient_rule!r}")
-        if per_epochs < 0:
-            raise ConfigError(f"per_epochs must be >= 0; got {per_epochs}")
-        if modulation_start < 0 or (modulation_end is not None and modulation_end < modulation_start):
+        if not isinstance(use_per, bool):
+            raise ConfigError(f"use_per must be true or false; got {use_per!r}")
+        for name, value in (("per_epochs", per_epochs), ("modulation_start", modulation_start), ("modulation_end", modulation_end)):
+            if value is not None and not _is_integer(value):
+                raise ConfigError(f"{name} must be an integer; got {value!r}")
+        if per_epochs is None or per_epochs < 0:
+            raise ConfigError(f"per_epochs must be >= 0; got {per_epochs!r}")
+        if modulation_start is None or modulation_start < 0 or (modulation_end is not None and modulation_end < modulation_start):
             raise ConfigError(
                 f"the modulation window must satisfy 0 <= modulation_start <= modulation_end; got {modulation_start}..{modulation_end}"
             )
@@ -306,6 +366,7 @@ class PMR:
         self.modulation_start = modulation_start
         self.modulation_end = modulation_end
         self.bank = PrototypeBank(num_modalities, num_classes, prototype_momentum, class_names)
+        self.score_reducer: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     def in_window(self, epoch: int) -> bool:
         """Return whether PCE (and PER) act in this 0-based epoch."""
@@ -334,6 +395,8 @@ class PMR:
             raise ValueError(f"got {len(embeddings)} embeddings for {self.num_modalities} modalities")
         logits = self.bank.logits(embeddings)
         scores = modality_scores(logits, labels)
+        if self.score_reducer is not None:
+            scores = self.score_reducer(scores)
         acceleration = acceleration_weights(scores, self.coefficient_rule)
         entropy_weight = entropy_weights(acceleration, scores)
         cross_entropy = torch.stack([prototypical_cross_entropy(z, labels) for z in logits])

@@ -23,14 +23,29 @@ def add_parser(subparsers) -> None:
         help="override one config value, for example --set method.alpha=2 --set train.epochs=5 (repeatable)",
     )
     parser.add_argument("--out", metavar="DIR", help="run directory to create (default: runs/<dataset>_<method>_<fusion>_<time>)")
+    parser.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue the unfinished run in RUN_DIR from its last checkpoint, with the config saved there "
+        "(takes no --config, --set or --out)",
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from modalbalance.errors import ConfigError
+    from modalbalance.training import distributed
     from modalbalance.training.config import load_config
-    from modalbalance.training.runner import format_summary_table, train
+    from modalbalance.training.runner import format_summary_table, resume, train
 
-    config = load_config(args.config, args.overrides)
-    summary = train(config, args.out)
-    sys.stdout.write(format_summary_table(summary) + "\n")
+    if args.resume is not None:
+        if args.config is not None or args.overrides or args.out is not None:
+            raise ConfigError("--resume takes the config and the run directory from RUN_DIR; drop --config, --set and --out")
+        summary = resume(args.resume)
+    else:
+        config = load_config(args.config, args.overrides)
+        summary = train(config, args.out)
+    # Under torchrun every process returns the summary; one table is enough.
+    if distributed.env_rank() == 0:
+        sys.stdout.write(format_summary_table(summary) + "\n")
     return 0

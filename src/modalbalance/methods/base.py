@@ -1,6 +1,8 @@
 """The plug-in points of the training step that balancing methods implement.
 
-The trainer calls, in order, for every epoch::
+Before the first epoch the trainer calls ``method.training_indices(indices)``
+once, so a method can hold part of the training set out of training (for
+example to estimate generalization). Then, for every epoch::
 
     method.on_epoch_start(epoch)
     for each batch:
@@ -64,6 +66,10 @@ class BalancingMethod:
     def __init__(self, context: TrainingContext) -> None:
         self.context = context
 
+    def training_indices(self, indices: torch.Tensor) -> torch.Tensor:
+        """Return the training-set indices to train on; the default keeps them all."""
+        return indices
+
     def on_epoch_start(self, epoch: int) -> None:
         pass
 
@@ -92,4 +98,10 @@ METHODS: Registry[BalancingMethod] = Registry("method")
 
 @METHODS.register("naive")
 def build_naive(context: TrainingContext) -> BalancingMethod:
+    return BalancingMethod(context)
+
+
+@METHODS.register("unimodal")
+def build_unimodal(context: TrainingContext, modality: str | None = None) -> BalancingMethod:
+    """Naive training of one modality alone; the trainer narrows the data to ``modality`` first."""
     return BalancingMethod(context)

@@ -34,9 +34,13 @@ DEFAULTS: dict[str, Any] = {
         "device": "cpu",
         "prototype_fraction": 0.1,
         "train_eval_fraction": 0.1,
+        "val_fraction": 0.0,
         "missing_class": "error",
         "progress": True,
         "checkpoint": True,
+        "plots": True,
+        "gradient_angles": False,
+        "tensorboard": True,
     },
 }
 
@@ -55,7 +59,8 @@ def builtin_config_names() -> list[str]:
     root = resources.files("modalbalance") / BUILTIN_CONFIGS
     names = []
     for folder in sorted(root.iterdir(), key=lambda p: p.name):
-        if folder.is_dir():
+        # Grid files for `modalbalance sweep` live beside the configs but are not configs.
+        if folder.is_dir() and folder.name != "grids":
             names.extend(f"{folder.name}/{f.name[:-5]}" for f in sorted(folder.iterdir(), key=lambda p: p.name) if f.name.endswith(".yaml"))
     return names
 
@@ -87,6 +92,8 @@ def load_yaml(path: Path) -> dict:
         raise ConfigError(f"invalid YAML in {path}{where}; fix the syntax") from None
     except OSError as error:
         raise ConfigError(f"cannot read config file {path}: {error.strerror}") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"cannot read config file {path}: invalid UTF-8 at byte {error.start}; save it as UTF-8 text") from None
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):
@@ -232,8 +239,11 @@ def validate(config: Mapping) -> None:
     _require_choice("train.device", train["device"], DEVICES)
     _require_fraction("train.prototype_fraction", train["prototype_fraction"])
     _require_fraction("train.train_eval_fraction", train["train_eval_fraction"])
+    _require_number("train.val_fraction", train["val_fraction"], 0.0)
+    if train["val_fraction"] >= 1.0:
+        raise ConfigError(f"train.val_fraction must be in [0, 1); got {train['val_fraction']!r}")
     _require_choice("train.missing_class", train["missing_class"], MISSING_CLASS_POLICIES)
-    for flag in ("progress", "checkpoint"):
+    for flag in ("progress", "checkpoint", "plots", "gradient_angles", "tensorboard"):
         if not isinstance(train[flag], bool):
             raise ConfigError(f"train.{flag} must be true or false; got {train[flag]!r}")
 

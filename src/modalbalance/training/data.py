@@ -29,6 +29,11 @@ class ModalitySubset(MultimodalDataset):
         self.labels = dataset.labels
         self.default_encoders = tuple(dataset.default_encoders[p] for p in self.positions)
 
+    def set_epoch(self, epoch: int) -> None:
+        set_epoch = getattr(self.dataset, "set_epoch", None)
+        if set_epoch is not None:
+            set_epoch(epoch)
+
     def __getitem__(self, index: int):
         inputs, label = self.dataset[index]
         return tuple(inputs[p] for p in self.positions), label
@@ -77,6 +82,13 @@ class BatchLoader:
     """Batches over ``indices`` of a data set, in a seeded order that depends only on (seed, epoch).
 
     Evaluation loaders never drop the last, smaller batch.
+
+    With ``world_size > 1`` (distributed data parallel) every process draws the
+    same global order and global batches, and process ``rank`` takes its slice
+    of each global batch: ``torch.tensor_split`` into ``world_size`` parts, so
+    the slices differ in size by at most one sample. Together the processes see
+    exactly the batches of a single-process run. A process whose slice of a
+    batch is empty skips that batch, so ``len`` counts global batches.
     """
 
     def __init__(
@@ -87,13 +99,19 @@ class BatchLoader:
         shuffle: bool,
         seed: int = 0,
         num_workers: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in 0..world_size - 1; got rank {rank} of {world_size}")
         self.dataset = dataset
         self.indices = torch.arange(len(dataset)) if indices is None else indices
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
         self.num_workers = num_workers
+        self.rank = rank
+        self.world_size = world_size
         self.in_memory = dataset.get_batch([0]) is not None if len(dataset) else True
 
     def __len__(self) -> int:
@@ -105,19 +123,35 @@ class BatchLoader:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         return self.indices[torch.randperm(self.indices.numel(), generator=generator)]
 
-    def batches(self, epoch: int = 0) -> Iterator[Batch]:
+    def local_batches(self, epoch: int = 0) -> list[torch.Tensor]:
+        """Return this process's sample indices of every global batch, empty slices left out."""
         order = self.order(epoch)
+        slices = []
+        for start in range(0, order.numel(), self.batch_size):
+            batch = order[start : start + self.batch_size]
+            if self.world_size > 1:
+                batch = batch.tensor_split(self.world_size)[self.rank]
+            if batch.numel():
+                slices.append(batch)
+        return slices
+
+    def local_size(self) -> int:
+        """Return the number of samples this process receives in one pass."""
+        if self.world_size == 1:
+            return self.indices.numel()
+        return sum(batch.numel() for batch in self.local_batches(0))
+
+    def batches(self, epoch: int = 0) -> Iterator[Batch]:
+        slices = self.local_batches(epoch)
         if self.in_memory:
-            for start in range(0, order.numel(), self.batch_size):
-                yield self.dataset.get_batch(order[start : start + self.batch_size])
+            for batch in slices:
+                yield self.dataset.get_batch(batch)
             return
         loader = DataLoader(
             self.dataset,
-            batch_size=self.batch_size,
-            sampler=order.tolist(),
+            batch_sampler=[batch.tolist() for batch in slices],
             num_workers=self.num_workers,
             collate_fn=collate_multimodal,
-            drop_last=False,
         )
         yield from loader
 
