@@ -216,6 +216,10 @@ CASES = [
     ("resume-with-override", resume_with_override, "drop --config, --set and --out"),
     ("resume-finished-run", resume_finished_run, "has finished (summary.json exists)"),
     ("resume-corrupt-checkpoint", resume_corrupt_checkpoint, "cannot load checkpoint"),
+    ("method-section-scalar", overrides("method=pmr"), "config section 'method' must be a mapping; got 'pmr' (to set one key, use method.KEY=VALUE)"),
+    ("data-section-null", config_file(b"data: null\n"), "config section 'data' must be a mapping; got None"),
+    ("duplicate-modality", overrides("data.modalities=[gray,gray]"), "data.modalities must not repeat a modality"),
+    ("validation-takes-everything", overrides("train.val_fraction=0.9999"), "no training samples are left"),
     ("existing-run-directory", existing_run, "already contains a run (summary.json)"),
     ("existing-unfinished-run", existing_unfinished_run, "already contains a run (config.yaml); choose another --out, or continue"),
 ]

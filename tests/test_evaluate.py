@@ -162,3 +162,11 @@ def test_cli_corrupt_checkpoint_one_line(tmp_path):
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(b"\x80\x02garbage" * 50)
     assert_one_line_error(run_cli("evaluate", "--checkpoint", str(corrupt)), str(corrupt))
+
+
+def test_cli_out_never_overwrites(run_dir):
+    checkpoint = run_dir / "last.pt"
+    before = checkpoint.read_bytes()
+    result = run_cli("evaluate", "--checkpoint", str(checkpoint), "--out", str(checkpoint))
+    assert_one_line_error(result, "already exists")
+    assert checkpoint.read_bytes() == before

@@ -91,3 +91,11 @@ def test_tensorboard_scalars_written(tmp_path):
     pytest.importorskip("tensorboard")
     train({"train": {"epochs": 1, **FAST, "plots": False}}, tmp_path / "run")
     assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_gradient_angles_logged_and_plotted(tmp_path):
+    train({"train": {"epochs": 1, "progress": False, "checkpoint": False, "gradient_angles": True}}, tmp_path / "run")
+    record = read_metrics(tmp_path / "run")[0]
+    for name in ("gray", "colored"):
+        assert 0.0 <= record[f"gradient_angle/{name}"] <= 180.0
+    assert (tmp_path / "run" / "plots" / "gradient_angles.png").is_file()

@@ -34,7 +34,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def configure_logging(verbose: bool, quiet: bool) -> None:
-    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    level = logging.INFO
+    if verbose:
+        level = logging.DEBUG
+    elif quiet:
+        level = logging.WARNING
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S"))
     root = logging.getLogger("modalbalance")
@@ -63,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"modalbalance {args.command}: error: {error}\n")
         return 2
     except KeyboardInterrupt:
-        sys.stderr.write(f"modalbalance {args.command}: interrupted\n")
+        hint = "; continue it with: modalbalance train --resume RUN_DIR" if args.command == "train" else ""
+        sys.stderr.write(f"modalbalance {args.command}: interrupted{hint}\n")
         return 130
 
 

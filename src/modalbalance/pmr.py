@@ -266,7 +266,7 @@ class PrototypeBank:
     def logits(self, embeddings: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """Return each modality's prototype logits ``[B, K]``."""
         if not self.ready:
-            raise RuntimeError("prototypes are not computed yet; call update() or compute() before the first epoch")
+            raise RuntimeError("prototypes are not computed yet; call PMR.update_prototypes() (or PrototypeBank.compute()) before the first epoch")
         return [prototype_logits(z, c.to(z.device, z.dtype)) for z, c in zip(embeddings, self.prototypes)]
 
     def state_dict(self) -> dict:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+
+from modalbalance.errors import ConfigError
 
 
 def add_parser(subparsers) -> None:
@@ -39,6 +42,9 @@ def run(args: argparse.Namespace) -> int:
     result = evaluate_checkpoint(args.checkpoint, args.split, args.data_root, args.device, args.trust_checkpoint)
     sys.stdout.write(format_evaluation(result) + "\n")
     if args.out:
+        # Never replace an existing file, which could be the checkpoint itself.
+        if Path(args.out).exists():
+            raise ConfigError(f"--out {args.out} already exists; choose a new file name for the results")
         write_json(result, args.out)
         sys.stdout.write(f"results written to {args.out}\n")
     return 0

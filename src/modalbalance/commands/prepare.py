@@ -51,6 +51,12 @@ def run(args: argparse.Namespace) -> int:
     """Prepare the data set; return 0, or 1 with --strict when some clips failed."""
     from modalbalance.data.prepare import FrameSettings, prepare_dataset
 
+    from pathlib import Path
+
+    from modalbalance.errors import ConfigError
+
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise ConfigError(f"--out {args.out} exists and is not a directory; choose another output directory")
     frames = FrameSettings(fps=args.fps, min_frames=args.min_frames, size=args.frame_size)
     report = prepare_dataset(
         args.dataset,

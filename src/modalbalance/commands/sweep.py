@@ -49,6 +49,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--workers must be at least 1; got {args.workers}")
     grid = load_grid(args.grid)
     out_dir = Path(args.out) if args.out else default_out_dir(grid)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"--out {out_dir} exists and is not a directory; choose another sweep directory")
     data_roots = parse_data_roots(args.data_roots)
 
     if args.dry_run:

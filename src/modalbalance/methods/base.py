@@ -34,7 +34,7 @@ from modalbalance.registry import Registry
 
 @dataclass
 class TrainingContext:
-    """What a method may read about the run it is part of."""
+    """The parts of a training run that a method may read."""
 
     model: nn.Module
     train_set: MultimodalDataset

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+from pathlib import Path
 from typing import Mapping
 
 import numpy as np
@@ -80,6 +81,10 @@ def resolve(config: Mapping) -> dict:
     """Fill a partial config with defaults, expand the ``unimodal`` method and validate the result."""
     resolved = merge(DEFAULTS, config)
     validate(resolved)
+    # An absolute data root keeps --resume and evaluate working from any directory.
+    root = resolved["data"].get("root")
+    if isinstance(root, str) and root:
+        resolved["data"]["root"] = str(Path(root).expanduser().resolve())
     return expand_unimodal(resolved)
 
 

@@ -120,18 +120,26 @@ def apply_override(config: dict, assignment: str) -> None:
     if "=" not in assignment:
         raise ConfigError(f"invalid override {assignment!r}; expected key=value, for example method.alpha=2")
     key, text = assignment.split("=", 1)
-    parts = key.strip().split(".")
+    set_dotted_key(config, key.strip(), parse_value(text), "--set")
+
+
+def set_dotted_key(config: dict, key: str, value: Any, source: str) -> None:
+    """Set ``config[a][b][c] = value`` for ``key = "a.b.c"``, creating missing sections.
+
+    ``source`` names where the key came from (``--set``, a grid file) in errors.
+    """
+    parts = key.split(".")
     if not all(parts):
-        raise ConfigError(f"invalid override key {key!r}; expected dotted keys such as train.epochs")
+        raise ConfigError(f"{source}: invalid key {key!r}; expected dotted keys such as train.epochs")
     target = config
     for part in parts[:-1]:
         child = target.get(part)
         if child is None:
             child = target[part] = {}
         if not isinstance(child, dict):
-            raise ConfigError(f"cannot set {key!r}: {part!r} is not a section")
+            raise ConfigError(f"{source}: cannot set {key!r} because {part!r} is not a section")
         target = child
-    target[parts[-1]] = parse_value(text)
+    target[parts[-1]] = value
 
 
 def merge(base: dict, update: Mapping) -> dict:
@@ -155,10 +163,12 @@ def check_known_keys(config: Mapping) -> None:
     for section, value in config.items():
         if section not in DEFAULTS:
             raise ConfigError(f"unknown config section {section!r}{_suggest(section, DEFAULTS)}; valid sections: {', '.join(DEFAULTS)}")
-        if section in OPEN_SECTIONS or not isinstance(DEFAULTS[section], dict):
+        if not isinstance(DEFAULTS[section], dict):
             continue
         if not isinstance(value, Mapping):
-            raise ConfigError(f"config section {section!r} must be a mapping; got {value!r}")
+            raise ConfigError(f"config section {section!r} must be a mapping; got {value!r} (to set one key, use {section}.KEY=VALUE)")
+        if section in OPEN_SECTIONS:
+            continue
         for key in value:
             if key not in DEFAULTS[section]:
                 raise ConfigError(f"unknown key {section}.{key}{_suggest(key, DEFAULTS[section])}; valid keys: {', '.join(DEFAULTS[section])}")
@@ -173,10 +183,12 @@ def check_builder_params(kind: str, builder: Callable, params: Mapping, skip: in
     signature = inspect.signature(builder)
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values()):
         return
-    accepted = [name for name in list(signature.parameters)[skip:]]
+    accepted = list(signature.parameters)[skip:]
+    # The section's fixed keys are valid too and may be what a typo meant.
+    valid = {"data": ["name", "root", "modalities"], "method": ["name"]}.get(kind, []) + accepted
     for key in params:
         if key not in accepted:
-            raise ConfigError(f"unknown key {kind}.{key}{_suggest(key, accepted)}; valid keys: {', '.join(accepted) or 'none'}")
+            raise ConfigError(f"unknown key {kind}.{key}{_suggest(key, valid)}; valid keys: {', '.join(valid)}")
 
 
 def _require_number(key: str, value: Any, minimum: float | None = None, exclusive: bool = False, integer: bool = False) -> None:
@@ -212,6 +224,8 @@ def validate(config: Mapping) -> None:
     modalities = config["data"].get("modalities")
     if modalities is not None and (not isinstance(modalities, list) or not all(isinstance(m, str) for m in modalities) or not modalities):
         raise ConfigError(f"data.modalities must be null or a non-empty list of modality names; got {modalities!r}")
+    if modalities is not None and len(set(modalities)) != len(modalities):
+        raise ConfigError(f"data.modalities must not repeat a modality; got {modalities!r}")
 
     model = config["model"]
     if not isinstance(model["fusion"], str):

@@ -104,6 +104,8 @@ class TrainingRun:
         if held_out is not None:
             train_indices = train_indices[~torch.isin(train_indices, held_out)]
         train_indices = self.method.training_indices(train_indices)
+        if train_indices.numel() == 0:
+            raise ConfigError("no training samples are left after holding out validation samples; lower train.val_fraction")
         shard = {"num_workers": workers, "rank": self.rank, "world_size": self.world_size}
         self.train_loader = BatchLoader(self.train_set, train_indices, train_config["batch_size"], shuffle=True, seed=self.seed, **shard)
         self.test_loader = BatchLoader(self.test_set, None, eval_batch, shuffle=False, **shard)
@@ -229,7 +231,7 @@ class TrainingRun:
                 step_records.append({"epoch": epoch, "step": step, **logs})
                 step_shares.append(share)
             if show_progress:
-                bar.set_postfix(loss=f"{float(loss):.3f}", refresh=False)
+                bar.set_postfix(loss=f"{float(loss.detach()):.3f}", refresh=False)
 
         self.method.on_epoch_end(epoch)
         totals = torch.stack([loss_sum, correct.to(torch.float64), loss_sum.new_tensor(float(seen))])

@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 
 from modalbalance.errors import ConfigError, ModalBalanceError
 from modalbalance.training.checkpoint import write_json, write_text
-from modalbalance.training.config import apply_override, dump_config, load_yaml, resolve_config_path
+from modalbalance.training.config import apply_override, dump_config, load_yaml, resolve_config_path, set_dotted_key
 
 logger = logging.getLogger("modalbalance")
 
@@ -400,18 +400,7 @@ class PlannedRun:
 def set_keys(config: dict, overrides: Mapping[str, Any], where: str) -> None:
     """Apply ``{dotted.key: value}`` overrides in place; a value replaces what was there, mappings included."""
     for key, value in overrides.items():
-        parts = key.split(".")
-        if not all(parts):
-            raise ConfigError(f"{where}: invalid key {key!r}; expected dotted keys such as train.epochs")
-        target = config
-        for part in parts[:-1]:
-            child = target.get(part)
-            if child is None:
-                child = target[part] = {}
-            if not isinstance(child, dict):
-                raise ConfigError(f"{where}: cannot set {key!r} because {part!r} is not a section")
-            target = child
-        target[parts[-1]] = copy.deepcopy(value)
+        set_dotted_key(config, key, copy.deepcopy(value), where)
 
 
 def parse_data_roots(assignments: Iterable[str]) -> dict[str, str]:
