@@ -76,3 +76,19 @@ def test_train_writes_run_directory(tmp_path):
         assert key in records[-1]
     assert (run_dir / "config.yaml").is_file()
     assert (run_dir / "last.pt").is_file()
+
+
+def test_plot_command_draws_run(tmp_path):
+    run_dir = tmp_path / "run"
+    trained = run_cli("train", "--set", "train.epochs=1", "--set", "train.plots=false", "--out", str(run_dir))
+    assert trained.returncode == 0, trained.stderr
+    assert not (run_dir / "plots").exists()
+    result = run_cli("plot", str(run_dir))
+    assert result.returncode == 0, result.stderr
+    assert (run_dir / "plots" / "accuracy.png").is_file()
+    assert str(run_dir / "plots" / "accuracy.png") in result.stdout
+
+
+def test_plot_command_rejects_non_run(tmp_path):
+    result = run_cli("plot", str(tmp_path))
+    assert_one_line_error(result, str(tmp_path))

@@ -12,7 +12,7 @@ from modalbalance.errors import ModalBalanceError
 
 # Subcommand modules under modalbalance.commands; a missing one is skipped so
 # that optional commands can be added without touching this list's users.
-COMMANDS = ("train", "prepare", "evaluate", "report", "sweep", "configs")
+COMMANDS = ("train", "prepare", "evaluate", "plot", "report", "sweep", "configs")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -40,7 +40,9 @@ def format_summary_table(summary: Mapping[str, Any]) -> str:
     for name, value in summary.get("modality_head_test_accuracy", {}).items():
         rows.append((f"{name} head test accuracy", f"{value:.4f}"))
     if "best_val_epoch" in summary:
-        rows.append((f"fused test accuracy at best validation (epoch {summary['best_val_epoch']})", f"{summary['test_accuracy_at_best_val']:.4f}"))
+        # Epochs are 1-based here, as in the per-epoch log lines; the JSON files count from 0.
+        best_epoch = summary["best_val_epoch"] + 1
+        rows.append((f"fused test accuracy at best validation (epoch {best_epoch})", f"{summary['test_accuracy_at_best_val']:.4f}"))
     rows.append(("wall time (s)", f"{summary['seconds']:.1f}"))
     width = max(len(label) for label, _ in rows)
     title = f"{summary['method']} / {summary['fusion']} / {summary['dataset']} (seed {summary['seed']}, {summary['epochs']} epochs)"

@@ -339,10 +339,10 @@ class TrainingRun:
             logger.info("resuming after epoch %d of %d from %s", self.start_epoch, self.epochs, self.out_dir / "last.pt")
         logger.info(
             "training %s with %s fusion on %s (%d train / %d test samples, modalities %s) for %d epochs",
-            self.config["method"]["name"],
+            method_label(self.config["method"]),
             self.config["model"]["fusion"],
             self.config["data"]["name"],
-            len(self.train_set),
+            self.train_loader.indices.numel(),
             len(self.test_set),
             ", ".join(self.train_set.modality_names),
             self.epochs,
