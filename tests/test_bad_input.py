@@ -6,25 +6,18 @@ write small fake MNIST IDX files to ``tmp_path`` and read them as CG-MNIST.
 
 import gzip
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from cli_helpers import run_cli
 
 from modalbalance.errors import TrainingError
 from modalbalance.training.config import dump_config, load_config
 from modalbalance.training.runner import TrainingRun
 
 QUICK = ["--set", "train.epochs=1", "--set", "train.progress=false"]
-
-
-def run_cli(*args):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
-    return subprocess.run([sys.executable, "-m", "modalbalance.cli", *args], capture_output=True, text=True, env=env, timeout=600)
 
 
 # -- fake MNIST files ---------------------------------------------------------

@@ -1,23 +1,9 @@
 """The command line: one-line errors with exit code 2, and a short real run."""
 
 import json
-import subprocess
-import sys
 
 import pytest
-
-
-def run_cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "modalbalance.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=600)
-
-
-def assert_one_line_error(result, *fragments):
-    assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr
-    error_lines = [line for line in result.stderr.splitlines() if "error:" in line]
-    assert len(error_lines) == 1, result.stderr
-    for fragment in fragments:
-        assert fragment in error_lines[0]
+from cli_helpers import assert_one_line_error, run_cli
 
 
 def test_unknown_fusion_lists_choices(tmp_path):

@@ -1,13 +1,16 @@
 """Evaluating a checkpoint reproduces the numbers that training logged, and bad checkpoints give one-line errors."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
+from cli_helpers import assert_one_line_error, run_cli
 
-from modalbalance.analysis.evaluate import evaluate_checkpoint, format_evaluation, load_training_checkpoint
+from modalbalance.analysis.evaluate import (
+    evaluate_checkpoint,
+    format_evaluation,
+    load_training_checkpoint,
+)
 from modalbalance.errors import ConfigError, DataError
 from modalbalance.training.runner import train
 
@@ -30,19 +33,6 @@ def last_record(run_dir):
 @pytest.fixture(scope="module")
 def evaluation(run_dir):
     return evaluate_checkpoint(run_dir / "last.pt")
-
-
-def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "modalbalance.cli", *args], capture_output=True, text=True, timeout=600)
-
-
-def assert_one_line_error(result, *fragments):
-    assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr
-    error_lines = [line for line in result.stderr.splitlines() if "error:" in line]
-    assert len(error_lines) == 1, result.stderr
-    for fragment in fragments:
-        assert fragment in error_lines[0]
 
 
 def hand_macro_f1(matrix):

@@ -4,15 +4,20 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
+from cli_helpers import run_cli
 from matplotlib.image import imread
 
 from modalbalance.analysis.plots import PIXEL_SIZE
-from modalbalance.analysis.report import MISSING, config_differences, flatten, write_report
+from modalbalance.analysis.report import (
+    MISSING,
+    config_differences,
+    flatten,
+    write_report,
+)
 from modalbalance.errors import ConfigError, DataError
 from modalbalance.training.runner import train
 
@@ -33,10 +38,6 @@ def run_dirs(tmp_path_factory):
 def report(run_dirs, tmp_path_factory):
     out = tmp_path_factory.mktemp("report-out") / "compare.html"
     return write_report(run_dirs, out)
-
-
-def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "modalbalance.cli", *args], capture_output=True, text=True, timeout=600)
 
 
 @pytest.fixture(scope="module")

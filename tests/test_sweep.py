@@ -14,10 +14,16 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_helpers import run_cli
 
 import modalbalance.training.sweep as sweep
 from modalbalance.errors import ConfigError
-from modalbalance.training.sweep import load_grid, plan_runs, run_sweep, shipped_grid_names
+from modalbalance.training.sweep import (
+    load_grid,
+    plan_runs,
+    run_sweep,
+    shipped_grid_names,
+)
 
 TINY = ["train.epochs=1"]
 
@@ -356,11 +362,6 @@ def test_data_root_assignment_is_checked():
 
 
 # --- the command line ---------------------------------------------------------------
-
-
-def run_cli(*args, cwd):
-    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "modalbalance.cli", *args], capture_output=True, text=True, cwd=cwd, env=environment, timeout=600)
 
 
 def test_cli_dry_run_lists_runs(tmp_path):

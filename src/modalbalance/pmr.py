@@ -162,7 +162,7 @@ class PrototypeBank:
     """Class prototypes of every modality, updated between epochs with momentum.
 
     ``c <- momentum * c_old + (1 - momentum) * c_new``. A class with no sample
-    in a pass keeps its previous prototype; if it has none yet, ``update``
+    in a pass keeps its previous prototype. If it has none yet, ``update``
     raises ``DataError`` naming the class, because a 0/0 mean would be NaN.
     """
 

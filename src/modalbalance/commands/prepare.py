@@ -49,10 +49,9 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Prepare the data set; return 0, or 1 with --strict when some clips failed."""
-    from modalbalance.data.prepare import FrameSettings, prepare_dataset
-
     from pathlib import Path
 
+    from modalbalance.data.prepare import FrameSettings, prepare_dataset
     from modalbalance.errors import ConfigError
 
     if Path(args.out).exists() and not Path(args.out).is_dir():

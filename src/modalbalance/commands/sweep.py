@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from modalbalance.commands import add_override_argument
+
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -19,13 +21,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("grid", metavar="FILE", help="grid YAML file, or a shipped grid name such as tiny_digits or table1_cgmnist")
     parser.add_argument("--workers", type=int, default=1, metavar="N", help="number of runs trained at once, each in its own process with one thread (default 1: one after another in this process)")
     parser.add_argument("--out", metavar="DIR", help="sweep directory (default: runs/sweeps/<grid name>); reuse it to resume")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        metavar="KEY=VALUE",
-        action="append",
-        default=[],
-        help="override one config value in every run, applied after the grid's own values, for example --set train.epochs=2 (repeatable)",
+    add_override_argument(
+        parser,
+        "override one config value in every run, applied after the grid's own values, for example --set train.epochs=2 (repeatable)",
     )
     parser.add_argument(
         "--data-root",
@@ -43,7 +41,13 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from modalbalance.errors import ConfigError
-    from modalbalance.training.sweep import default_out_dir, load_grid, parse_data_roots, plan_runs, run_sweep
+    from modalbalance.training.sweep import (
+        default_out_dir,
+        load_grid,
+        parse_data_roots,
+        plan_runs,
+        run_sweep,
+    )
 
     if args.workers < 1:
         raise ConfigError(f"--workers must be at least 1; got {args.workers}")

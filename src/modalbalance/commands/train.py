@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from modalbalance.commands import add_override_argument
+
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -14,14 +16,7 @@ def add_parser(subparsers) -> None:
         "on the embedded Colored-and-Gray digits, which need no download.",
     )
     parser.add_argument("--config", metavar="FILE", help="YAML config file, or a shipped config name such as cgmnist/pmr_concat")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        metavar="KEY=VALUE",
-        action="append",
-        default=[],
-        help="override one config value, for example --set method.alpha=2 --set train.epochs=5 (repeatable)",
-    )
+    add_override_argument(parser, "override one config value, for example --set method.alpha=2 --set train.epochs=5 (repeatable)")
     parser.add_argument("--out", metavar="DIR", help="run directory to create (default: runs/<dataset>_<method>_<fusion>_<time>)")
     parser.add_argument(
         "--resume",

@@ -11,7 +11,7 @@ from torch import nn
 
 @dataclass
 class ModelOutput:
-    """What a multimodal model returns for one batch.
+    """The output of a multimodal model for one batch.
 
     Attributes:
         logits: ``[B, K]`` fused class logits.

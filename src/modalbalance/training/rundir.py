@@ -21,7 +21,7 @@ def default_run_dir(config: Mapping) -> Path:
 
 
 def prepare_run_dir(path: Path, resume: bool = False) -> Path:
-    """Create the run directory; refuse to touch one that already holds a run.
+    """Create the run directory, or raise ConfigError if it already contains a run.
 
     With ``resume`` the directory must contain an unfinished run instead: a
     ``config.yaml`` and no ``summary.json``.

@@ -515,7 +515,7 @@ def resume(run_dir: str | Path) -> dict[str, Any]:
     """Continue the unfinished run in ``run_dir`` from its last checkpoint and return the run summary.
 
     The config comes from ``run_dir/config.yaml``. The resumed run ends with
-    the metrics of an uninterrupted one, because the checkpoint holds every
+    the metrics of an uninterrupted one, because the checkpoint contains every
     state that training reads.
     """
     run_dir = Path(run_dir)
