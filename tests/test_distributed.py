@@ -65,9 +65,10 @@ def test_shardable_training_batches():
 
 
 def test_unchecked_methods_rejected_under_ddp():
-    check_distributed_method("pmr")
-    with pytest.raises(ConfigError, match="method 'ogm-ge' does not support distributed training"):
-        check_distributed_method("ogm-ge")
+    for name in ("pmr", "ogm-ge", "acc"):
+        check_distributed_method(name)
+    with pytest.raises(ConfigError, match="method 'modality-drop' does not support distributed training"):
+        check_distributed_method("modality-drop")
 
 
 def test_helpers_without_process_group():
@@ -179,3 +180,31 @@ def test_two_processes_online_prototypes(tmp_path):
     assert len(actual_steps) == len(expected_steps) == 2 * 47
     for want, got in zip(expected_steps, actual_steps):
         assert got["imbalance_ratio"] == pytest.approx(want["imbalance_ratio"], rel=0.0, abs=1e-6)
+
+
+@pytest.mark.slow
+def test_two_processes_gradient_modulation(tmp_path):
+    # OGM-GE with its noise: the coefficients must come from the scores of the
+    # whole global batch, and the noise must be the same on both processes,
+    # or the weights of the two processes drift apart and from one process.
+    # The noise is as large as the gradient, so at lr 0.05 float32 rounding
+    # differences grow to 1e-3 within the epoch; at lr 1e-3 they stay near 3e-8.
+    extra = ["method.name=ogm-ge", "method.noise=true", "optimizer.lr=0.001"]
+    single, parallel = tmp_path / "single", tmp_path / "parallel"
+    run_training([sys.executable], single, extra)
+    run_training(TORCHRUN, parallel, extra)
+
+    single_state, parallel_state = load_checkpoint(single / "last.pt"), load_checkpoint(parallel / "last.pt")
+    for name, weights in single_state["model"].items():
+        assert torch.allclose(parallel_state["model"][name], weights, rtol=0.0, atol=1e-6), name
+
+    expected_steps = [json.loads(line) for line in (single / "steps.jsonl").read_text().splitlines()]
+    actual_steps = [json.loads(line) for line in (parallel / "steps.jsonl").read_text().splitlines()]
+    assert len(actual_steps) == len(expected_steps) == 47
+    coefficient_keys = [key for key in expected_steps[0] if key.startswith("gradient_coefficient/")]
+    assert len(coefficient_keys) == 2
+    # The dominant modality is scaled down at some steps, so the check is not vacuous.
+    assert any(step[key] < 0.99 for step in expected_steps for key in coefficient_keys)
+    for want, got in zip(expected_steps, actual_steps):
+        for key in ["imbalance_ratio", *coefficient_keys]:
+            assert got[key] == pytest.approx(want[key], rel=0.0, abs=1e-6), (want["step"], key)

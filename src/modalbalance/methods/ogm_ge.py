@@ -14,6 +14,11 @@ batch of ``softmax(modality_logits^m)[true class]``:
   standard deviation before scaling. Other encoders and the fusion head are
   left alone.
 
+Under distributed data parallel the scores are summed over processes, so
+every process computes the coefficients of the global batch and applies them
+to the same all-reduced gradients; the noise is drawn from a generator seeded
+by (seed, epoch, step), which is the same on every process.
+
 The per-modality logits must come from a fusion that splits into one linear
 part per modality (concat, sum). Every parameter of the encoder is scaled:
 an implementation that scaled only 4-D convolution kernels would leave
@@ -38,6 +43,7 @@ from modalbalance.errors import ConfigError, TrainingError
 from modalbalance.methods.base import METHODS, BalancingMethod, TrainingContext
 from modalbalance.models.base import ModelOutput
 from modalbalance.pmr import modality_scores
+from modalbalance.training import distributed
 
 # A score of 0 (every true-class probability underflowed) must not divide by zero.
 _MIN_SCORE = torch.finfo(torch.float64).tiny
@@ -151,6 +157,10 @@ class GradientModulation(BalancingMethod):
         self._noisy: torch.Tensor | None = None
         self._active = False
         self._step = 0
+        # Under DDP every process sums its slice of the batch; the coefficients
+        # must come from the scores of the whole global batch, so that every
+        # process scales the all-reduced gradients by the same factor.
+        self.score_reducer = distributed.all_reduce_sum if distributed.is_distributed() else None
 
     def _check_disjoint(self) -> None:
         seen: dict[int, int] = {}
@@ -180,6 +190,8 @@ class GradientModulation(BalancingMethod):
         if output.modality_logits is None:
             raise TrainingError(f"method {self.name!r} received no per-modality logits; use concat or sum fusion")
         scores = modality_scores(output.modality_logits, labels)
+        if self.score_reducer is not None:
+            scores = self.score_reducer(scores)
         self._coefficients = self.coefficients(scores)
         self._noisy = self.noisy_modalities(scores) if self.noise else torch.zeros(scores.numel(), dtype=torch.bool)
         self._active = self.in_window(epoch)

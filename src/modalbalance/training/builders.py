@@ -19,10 +19,11 @@ logger = logging.getLogger("modalbalance")
 
 # Methods whose updates stay the same on every process: their losses are
 # per-sample means whose coefficients come from reduced batch statistics.
-# NOTE: ogm-ge and acc scale gradients by per-process scores after the
-# all-reduce, which would let the processes' weights drift apart, and the
-# others are not checked yet.
-DISTRIBUTED_METHODS = ("naive", "pmr", "pmr-no-per")
+# Methods checked to train under DDP like one process over the same global
+# batches. modality-drop draws its mask per local batch, and gradient-blending
+# calls its auxiliary heads outside the wrapped model's forward pass; neither
+# is checked yet.
+DISTRIBUTED_METHODS = ("naive", "pmr", "pmr-no-per", "ogm-ge", "acc")
 
 
 def build_dataset(data_config: Mapping, split: str, seed: int) -> MultimodalDataset:
