@@ -187,8 +187,8 @@ def test_two_processes_gradient_modulation(tmp_path):
     # OGM-GE with its noise: the coefficients must come from the scores of the
     # whole global batch, and the noise must be the same on both processes,
     # or the weights of the two processes drift apart and from one process.
-    # The noise is as large as the gradient, so at lr 0.05 float32 rounding
-    # differences grow to 1e-3 within the epoch; at lr 1e-3 they stay near 3e-8.
+    # The noise is as large as the gradient. At lr 0.05 it amplifies float32
+    # rounding differences to 1e-3 within the epoch, and at lr 1e-3 they stay near 3e-8.
     extra = ["method.name=ogm-ge", "method.noise=true", "optimizer.lr=0.001"]
     single, parallel = tmp_path / "single", tmp_path / "parallel"
     run_training([sys.executable], single, extra)

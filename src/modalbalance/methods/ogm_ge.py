@@ -16,8 +16,8 @@ batch of ``softmax(modality_logits^m)[true class]``:
 
 Under distributed data parallel the scores are summed over processes, so
 every process computes the coefficients of the global batch and applies them
-to the same all-reduced gradients; the noise is drawn from a generator seeded
-by (seed, epoch, step), which is the same on every process.
+to the same all-reduced gradients. The noise comes from a generator seeded by
+(seed, epoch, step), which is the same on every process.
 
 The per-modality logits must come from a fusion that splits into one linear
 part per modality (concat, sum). Every parameter of the encoder is scaled:
@@ -157,9 +157,9 @@ class GradientModulation(BalancingMethod):
         self._noisy: torch.Tensor | None = None
         self._active = False
         self._step = 0
-        # Under DDP every process sums its slice of the batch; the coefficients
-        # must come from the scores of the whole global batch, so that every
-        # process scales the all-reduced gradients by the same factor.
+        # Under DDP each process scores only its slice of the batch. Summing the
+        # scores over processes makes every process scale the all-reduced
+        # gradients by the coefficients of the whole global batch.
         self.score_reducer = distributed.all_reduce_sum if distributed.is_distributed() else None
 
     def _check_disjoint(self) -> None:
