@@ -169,6 +169,21 @@ def existing_unfinished_run(tmp_path):
     return ["--out", str(run_dir)]
 
 
+def out_under_file(tmp_path):
+    (tmp_path / "notes.txt").write_text("keep\n")
+    return ["--out", str(tmp_path / "notes.txt" / "run")]
+
+
+def mnist_root_is_file(tmp_path):
+    (tmp_path / "mnist.txt").write_text("not a directory\n")
+    return cgmnist_args(tmp_path / "mnist.txt")
+
+
+def resume_file(tmp_path):
+    (tmp_path / "run.txt").write_text("keep\n")
+    return ["--resume", str(tmp_path / "run.txt")]
+
+
 # Each case: id, a function of tmp_path returning the arguments after `train`, and the message fragment.
 CASES = [
     ("unknown-key", overrides("train.epoch=3"), "unknown key train.epoch (did you mean 'epochs'?)"),
@@ -215,6 +230,12 @@ CASES = [
     ("validation-takes-everything", overrides("train.val_fraction=0.9999"), "no training samples are left"),
     ("existing-run-directory", existing_run, "already contains a run (summary.json)"),
     ("existing-unfinished-run", existing_unfinished_run, "already contains a run (config.yaml); choose another --out, or continue"),
+    ("seed-too-large", overrides("seed=4294967296"), "seed must be <= 4294967295"),
+    ("out-empty", lambda tmp_path: ["--out", ""], "--out is empty"),
+    ("out-under-file", out_under_file, "cannot create run directory"),
+    ("config-is-directory", lambda tmp_path: ["--config", str(tmp_path)], "is a directory; pass a YAML file"),
+    ("mnist-root-is-file", mnist_root_is_file, "is a file, not a directory"),
+    ("resume-file", resume_file, "is a file, not a run directory"),
 ]
 
 

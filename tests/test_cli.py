@@ -5,6 +5,9 @@ import json
 import pytest
 from cli_helpers import assert_one_line_error, run_cli
 
+from modalbalance.cli import report_error
+from modalbalance.errors import ConfigError, DataError
+
 
 def test_unknown_fusion_lists_choices(tmp_path):
     result = run_cli("train", "--set", "model.fusion=conat", "--out", str(tmp_path / "run"))
@@ -78,3 +81,17 @@ def test_plot_command_draws_run(tmp_path):
 def test_plot_command_rejects_non_run(tmp_path):
     result = run_cli("plot", str(tmp_path))
     assert_one_line_error(result, str(tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("rank", "error", "expected"),
+    [
+        ("0", ConfigError("bad key"), "modalbalance train: error: bad key\n"),
+        ("1", ConfigError("bad key"), ""),
+        ("1", DataError("bad file"), "modalbalance train (rank 1): error: bad file\n"),
+    ],
+)
+def test_error_printed_once_under_torchrun(monkeypatch, capsys, rank, error, expected):
+    monkeypatch.setenv("RANK", rank)
+    report_error("train", error)
+    assert capsys.readouterr().err == expected

@@ -126,6 +126,13 @@ def test_changed_config_of_finished_run_is_rejected(tmp_path):
     with pytest.raises(ConfigError, match="trained with train.epochs=1 but the grid now sets 2"):
         run_sweep(grid, out, overrides=["train.epochs=2"])
 
+    result = run_cli("sweep", "tiny_digits", "--out", str(out), "--set", "train.epochs=2", "--dry-run", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()[:-1]
+    assert len(lines) == 4
+    assert all(line.startswith("changed") for line in lines)
+    assert "trained with train.epochs=1" in lines[0]
+
 
 @pytest.mark.slow
 def test_killed_sweep_resumes_without_redoing_runs(tmp_path):
@@ -341,6 +348,8 @@ def test_table1_unimodal_run_config():
         (("seeds: [0, 1]", "seeds: [0, 0]"), "distinct integers"),
         (("{name: film, label: FiLM", "{name: film/x, label: FiLM"), "needs a name of letters"),
         (("method: {name: naive}", "method: {name: nave}"), "method must be one of"),
+        (("{method: {name: ogm-ge}", "{method: {name: ogm-ge, alpah: 2}"), "unknown key method.alpah"),
+        (("column_label: accuracy", "column_label: accuracy\n      metric: test_acc"), "table.metric 'test_acc' is not a number"),
     ],
 )
 def test_invalid_grid_is_rejected(tmp_path, change, message):

@@ -3,9 +3,12 @@
 import json
 
 import pytest
+import torch
 
 from modalbalance.errors import ConfigError
-from modalbalance.training.runner import train
+from modalbalance.training.data import draw_subset
+from modalbalance.training.formatting import SUMMARY_MODALITY_KEYS, SUMMARY_NUMBER_KEYS
+from modalbalance.training.runner import TrainingRun, train
 
 FAST = {"progress": False, "checkpoint": False}
 
@@ -79,6 +82,11 @@ def test_validation_selects_best_checkpoint(tmp_path):
     assert summary["test_accuracy_at_best_val"] == best["test/accuracy"]
     assert (tmp_path / "run" / "best.pt").is_file()
     assert "best_test_accuracy" not in summary  # no model selection on the test split
+    # The sweep checks table.metric against these lists before it trains anything.
+    numbers = {key for key, value in summary.items() if isinstance(value, (int, float))}
+    per_modality = {key for key, value in summary.items() if isinstance(value, dict)}
+    assert numbers == set(SUMMARY_NUMBER_KEYS)
+    assert per_modality == set(SUMMARY_MODALITY_KEYS)
 
 
 def test_no_validation_means_no_best_checkpoint(tmp_path):
@@ -99,3 +107,31 @@ def test_gradient_angles_logged_and_plotted(tmp_path):
     for name in ("gray", "colored"):
         assert 0.0 <= record[f"gradient_angle/{name}"] <= 180.0
     assert (tmp_path / "run" / "plots" / "gradient_angles.png").is_file()
+
+
+def test_draw_subset_pool_of_all_indices():
+    labels = torch.arange(50) % 5
+    assert torch.equal(draw_subset(labels, 0.2, seed=3, pool=torch.arange(50)), draw_subset(labels, 0.2, seed=3))
+
+
+def test_draw_subset_stays_in_pool():
+    labels = torch.arange(50) % 5
+    pool = torch.nonzero(labels % 2 == 0).flatten()  # the 30 samples of classes 0, 2 and 4
+    chosen = draw_subset(labels, 0.1, seed=3, top_up=True, pool=pool)
+    assert torch.isin(chosen, pool).all()
+    # 10% of the 30 pooled samples, plus one per pooled class the draw missed.
+    assert 3 <= chosen.numel() <= 3 + 2
+    # Top-up fills only the classes the pool contains.
+    assert set(labels[chosen].tolist()) == {0, 2, 4}
+
+
+def test_validation_samples_left_out_of_subsets(tmp_path):
+    config = {"train": {"epochs": 1, "progress": False, "val_fraction": 0.5, "prototype_fraction": 0.5, "train_eval_fraction": 0.5}}
+    run = TrainingRun(config, tmp_path / "run")
+    held_out = run.val_loader.indices
+    prototype_indices = run.prototype_indices(0)
+
+    assert held_out.numel() > 0
+    assert not torch.isin(prototype_indices, held_out).any()
+    assert not torch.isin(run.train_eval_loader.indices, held_out).any()
+    assert prototype_indices.numel() == round(0.5 * run.train_indices.numel())

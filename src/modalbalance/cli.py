@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from modalbalance import __version__
-from modalbalance.errors import ModalBalanceError
+from modalbalance.errors import ConfigError, ModalBalanceError
 
 # Subcommand modules under modalbalance.commands; a missing one is skipped so
 # that optional commands can be added without touching this list's users.
@@ -47,6 +48,20 @@ def configure_logging(verbose: bool, quiet: bool) -> None:
     root.propagate = False
 
 
+def report_error(command: str, error: ModalBalanceError) -> None:
+    """Write the one-line error, once per torchrun job for config errors.
+
+    Under torchrun (``RANK`` set) every process checks the same config and
+    would print the same config error, so only rank 0 prints it. Other errors
+    can differ between processes, so every process prints them, tagged with its rank.
+    """
+    rank = os.environ.get("RANK", "0")
+    if rank == "0":
+        sys.stderr.write(f"modalbalance {command}: error: {error}\n")
+    elif not isinstance(error, ConfigError):
+        sys.stderr.write(f"modalbalance {command} (rank {rank}): error: {error}\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -55,8 +70,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     configure_logging(args.verbose, args.quiet)
     if args.quiet:
-        import os
-
         os.environ["TQDM_DISABLE"] = "1"
     try:
         from tqdm.contrib.logging import logging_redirect_tqdm
@@ -64,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         with logging_redirect_tqdm(loggers=[logging.getLogger("modalbalance")]):
             return args.func(args)
     except ModalBalanceError as error:
-        sys.stderr.write(f"modalbalance {args.command}: error: {error}\n")
+        report_error(args.command, error)
         return 2
     except KeyboardInterrupt:
         hint = "; continue it with: modalbalance train --resume RUN_DIR" if args.command == "train" else ""

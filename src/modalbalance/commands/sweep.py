@@ -33,7 +33,7 @@ def add_parser(subparsers) -> None:
         default=[],
         help="set data.root for the runs on data set NAME, for example --data-root cgmnist=../shared/data/mnist (repeatable)",
     )
-    parser.add_argument("--dry-run", action="store_true", help="list the runs and whether each is done, interrupted or pending; train nothing")
+    parser.add_argument("--dry-run", action="store_true", help="list the runs and whether each is done, changed (finished with another config), partial (interrupted) or pending; train nothing")
     parser.set_defaults(func=run)
 
 
@@ -42,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
 
     from modalbalance.errors import ConfigError
     from modalbalance.training.sweep import (
+        check_finished_config,
         default_out_dir,
         load_grid,
         parse_data_roots,
@@ -60,7 +61,13 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         runs = plan_runs(grid, out_dir, args.overrides, data_roots)
         for planned in runs:
-            sys.stdout.write(f"{planned.status:8s} {planned.run_dir}\n")
+            status, reason = planned.status, ""
+            if status == "done":
+                try:
+                    check_finished_config(planned)
+                except ConfigError as error:
+                    status, reason = "changed", f"  ({error})"
+            sys.stdout.write(f"{status:8s} {planned.run_dir}{reason}\n")
         sys.stdout.write(f"{len(runs)} runs in {out_dir}\n")
         return 0
 

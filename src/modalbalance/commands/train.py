@@ -33,6 +33,8 @@ def run(args: argparse.Namespace) -> int:
     from modalbalance.training.config import load_config
     from modalbalance.training.runner import format_summary_table, resume, train
 
+    if args.out is not None and not args.out.strip():
+        raise ConfigError("--out is empty; give it a directory to create, such as runs/my_run, or leave it out for the default")
     if args.resume is not None:
         if args.config is not None or args.overrides or args.out is not None:
             raise ConfigError("--resume takes the config and the run directory from RUN_DIR; drop --config, --set and --out")

@@ -122,6 +122,8 @@ def load_mnist(root: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np
     that differ, or labels outside 0..9.
     """
     root = Path(root).expanduser()
+    if root.exists() and not root.is_dir():
+        raise DataError(f"MNIST path {root} is a file, not a directory; {ROOT_HINT}")
     if not root.is_dir():
         raise DataError(f"MNIST directory not found: {root}; {ROOT_HINT}")
     return _load_mnist_cached(root.resolve())

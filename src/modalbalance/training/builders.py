@@ -23,7 +23,7 @@ logger = logging.getLogger("modalbalance")
 # batches. modality-drop draws its mask per local batch, and gradient-blending
 # calls its auxiliary heads outside the wrapped model's forward pass; neither
 # is checked yet.
-DISTRIBUTED_METHODS = ("naive", "pmr", "pmr-no-per", "ogm-ge", "acc")
+DISTRIBUTED_METHODS = ("naive", "unimodal", "pmr", "pmr-no-per", "ogm-ge", "acc")
 
 
 def build_dataset(data_config: Mapping, split: str, seed: int) -> MultimodalDataset:

@@ -44,6 +44,9 @@ DEFAULTS: dict[str, Any] = {
     },
 }
 
+# The largest seed numpy.random.seed accepts.
+MAX_SEED = 2**32 - 1
+
 # Sections whose extra keys go to a builder instead of being checked against DEFAULTS.
 OPEN_SECTIONS = ("data", "method")
 OPTIMIZERS = ("sgd", "adam", "adagrad")
@@ -70,6 +73,8 @@ def resolve_config_path(name_or_path: str) -> Path:
     path = Path(name_or_path)
     if path.is_file():
         return path
+    if path.is_dir():
+        raise ConfigError(f"config path {name_or_path} is a directory; pass a YAML file inside it or a shipped config name")
     shipped = resources.files("modalbalance") / BUILTIN_CONFIGS / (name_or_path.removesuffix(".yaml") + ".yaml")
     if shipped.is_file():
         return Path(str(shipped))
@@ -218,6 +223,8 @@ def validate(config: Mapping) -> None:
     """Check the types and ranges of the fixed keys; builders check their own params."""
     check_known_keys(config)
     _require_number("seed", config["seed"], 0, integer=True)
+    if config["seed"] > MAX_SEED:
+        raise ConfigError(f"seed must be <= {MAX_SEED} (2**32 - 1, the largest seed NumPy accepts); got {config['seed']!r}")
     for section in ("data", "method"):
         if not isinstance(config[section].get("name"), str):
             raise ConfigError(f"{section}.name must be a string naming a {section}; got {config[section].get('name')!r}")

@@ -58,20 +58,24 @@ def check_dataset(dataset: MultimodalDataset, split: str, name: str) -> None:
         )
 
 
-def draw_subset(labels: torch.Tensor, fraction: float, seed: int, top_up: bool = True) -> torch.Tensor:
-    """Draw a seeded random fraction of the sample indices, sorted.
+def draw_subset(labels: torch.Tensor, fraction: float, seed: int, top_up: bool = True, pool: torch.Tensor | None = None) -> torch.Tensor:
+    """Draw a seeded random fraction of the sample indices in ``pool`` (default: all of them), sorted.
 
-    With ``top_up``, every class absent from the draw gets one random sample of
-    its own added, so that every class present in ``labels`` has a prototype.
+    With ``top_up``, every class present in the pool but absent from the draw
+    gets one random sample of its own from the pool added, so that every such
+    class has a prototype. A pool of all indices gives the same draw as no pool.
     """
+    if pool is None:
+        pool = torch.arange(labels.numel())
     generator = torch.Generator().manual_seed(seed)
-    count = max(1, round(fraction * labels.numel()))
-    chosen = torch.randperm(labels.numel(), generator=generator)[:count]
+    count = max(1, round(fraction * pool.numel()))
+    chosen = pool[torch.randperm(pool.numel(), generator=generator)[:count]]
     if top_up:
+        pool_labels = labels[pool]
         present = torch.zeros(int(labels.max()) + 1, dtype=torch.bool)
         present[labels[chosen]] = True
         for k in torch.nonzero(~present).flatten().tolist():
-            candidates = torch.nonzero(labels == k).flatten()
+            candidates = pool[pool_labels == k]
             if candidates.numel():
                 pick = candidates[torch.randint(candidates.numel(), (1,), generator=generator)]
                 chosen = torch.cat([chosen, pick])

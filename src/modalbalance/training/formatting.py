@@ -6,6 +6,33 @@ from typing import Any, Mapping
 
 
 
+# The numbers in a run's summary.json. Validation keys exist only for runs with
+# a validation split, and head accuracies only for fusions that split into
+# per-modality logits. Per-modality keys map modality names to accuracies.
+SUMMARY_NUMBER_KEYS = (
+    "test_accuracy",
+    "train_accuracy",
+    "best_val_accuracy",
+    "test_accuracy_at_best_val",
+    "best_val_epoch",
+    "epochs",
+    "seed",
+    "seconds",
+)
+SUMMARY_MODALITY_KEYS = ("modality_test_accuracy", "modality_train_accuracy", "modality_head_test_accuracy")
+
+
+def check_summary_metric(metric: str) -> str | None:
+    """Return why ``metric`` names no number of a run summary, or None when it does."""
+    parts = metric.split(".")
+    if len(parts) == 1 and parts[0] in SUMMARY_NUMBER_KEYS:
+        return None
+    if len(parts) == 2 and parts[0] in SUMMARY_MODALITY_KEYS and parts[1]:
+        return None
+    choices = ", ".join([*SUMMARY_NUMBER_KEYS, *(f"{key}.<modality>" for key in SUMMARY_MODALITY_KEYS)])
+    return f"{metric!r} is not a number in a run summary; choose one of {choices}"
+
+
 def method_label(method_config: Mapping) -> str:
     """Name a run's method for summaries: ``unimodal-<modality>`` for uni-modal runs."""
     if method_config.get("unimodal"):

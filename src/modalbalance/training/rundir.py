@@ -37,12 +37,17 @@ def prepare_run_dir(path: Path, resume: bool = False) -> Path:
             f"run directory {path} already contains a run ({existing[0]}); choose another --out, "
             f"or continue an unfinished run with --resume {path}"
         )
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"cannot create run directory {path}: {error.strerror}; choose another --out") from None
     return path
 
 
 def check_resumable(path: Path) -> None:
     """Raise ConfigError unless ``path`` contains a run that ``--resume`` can continue."""
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"cannot resume: {path} is a file, not a run directory; pass the --out directory of an earlier train command")
     if not path.is_dir():
         raise ConfigError(f"cannot resume: run directory {path} not found; pass the --out directory of an earlier train command")
     if not (path / "config.yaml").is_file():

@@ -19,7 +19,7 @@ import random
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
@@ -29,6 +29,7 @@ from modalbalance.errors import ConfigError, TrainingError
 from modalbalance.methods import METHODS, BalancingMethod, TrainingContext
 from modalbalance.models.factory import build_model
 from modalbalance.pmr import PrototypeAccumulator, PrototypeBank
+from modalbalance.progress import bar_disable
 from modalbalance.training import distributed
 from modalbalance.training.checkpoint import load_checkpoint, save_checkpoint, write_json, write_text
 from modalbalance.training.config import check_builder_params, dump_config, load_yaml
@@ -109,7 +110,10 @@ class TrainingRun:
         shard = {"num_workers": workers, "rank": self.rank, "world_size": self.world_size}
         self.train_loader = BatchLoader(self.train_set, train_indices, train_config["batch_size"], shuffle=True, seed=self.seed, **shard)
         self.test_loader = BatchLoader(self.test_set, None, eval_batch, shuffle=False, **shard)
-        train_eval_indices = draw_subset(self.train_set.labels, train_config["train_eval_fraction"], self.seed + 7919, top_up=False)
+        # The prototype and train-side evaluation subsets come from the samples
+        # trained on, never from held-out validation samples.
+        self.train_indices = train_indices
+        train_eval_indices = draw_subset(self.train_set.labels, train_config["train_eval_fraction"], self.seed + 7919, top_up=False, pool=train_indices)
         self.train_eval_loader = BatchLoader(self.train_set, train_eval_indices, eval_batch, shuffle=False, **shard)
         self.val_loader = None
         if self.val_set is not None:
@@ -139,13 +143,17 @@ class TrainingRun:
             self.train_model = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=device_ids)
 
     def _build_method(self) -> BalancingMethod:
-        method_config = self.config["method"]
-        builder = METHODS.get(method_config["name"])
-        params = {key: value for key, value in method_config.items() if key not in ("name", "unimodal")}
-        check_builder_params("method", builder, params, skip=1)
+        builder, params = check_method_params(self.config["method"])
         return builder(self.context, **params)
 
     # -- prototypes -------------------------------------------------------
+
+    def prototype_indices(self, epoch: int) -> torch.Tensor:
+        """Draw the prototype subset of ``epoch`` from the training samples, seeded by (seed, epoch)."""
+        train_config = self.config["train"]
+        top_up = train_config["missing_class"] == "top-up"
+        seed = self.seed * 1_000_003 + epoch + 1
+        return draw_subset(self.train_set.labels, train_config["prototype_fraction"], seed, top_up, pool=self.train_indices)
 
     def prototype_accumulator(self, epoch: int) -> PrototypeAccumulator:
         """Return class sums over the prototype subset of ``epoch``, embedded with the current weights.
@@ -156,10 +164,8 @@ class TrainingRun:
         """
         if epoch not in self._accumulators:
             train_config = self.config["train"]
-            top_up = train_config["missing_class"] == "top-up"
-            indices = draw_subset(self.train_set.labels, train_config["prototype_fraction"], self.seed * 1_000_003 + epoch + 1, top_up)
             loader = BatchLoader(
-                self.train_set, indices, train_config["eval_batch_size"], shuffle=False,
+                self.train_set, self.prototype_indices(epoch), train_config["eval_batch_size"], shuffle=False,
                 num_workers=train_config["num_workers"], rank=self.rank, world_size=self.world_size,
             )
             bank = PrototypeBank(self.train_set.num_modalities, self.train_set.num_classes, class_names=self.train_set.class_names)
@@ -198,7 +204,7 @@ class TrainingRun:
             total=len(self.train_loader),
             desc=f"epoch {epoch + 1}/{self.epochs}",
             leave=False,
-            disable=not show_progress,
+            disable=bar_disable(show_progress),
         )
         for step, (inputs, labels) in enumerate(bar):
             inputs, labels = self.method.transform_batch(inputs, labels, epoch)
@@ -480,6 +486,14 @@ class TrainingRun:
         return summary
 
 
+
+
+def check_method_params(method_config: Mapping[str, Any]) -> tuple[Callable[..., BalancingMethod], dict[str, Any]]:
+    """Return the method's builder and its keyword arguments, or raise ConfigError for an unknown method or key."""
+    builder = METHODS.get(method_config["name"])
+    params = {key: value for key, value in method_config.items() if key not in ("name", "unimodal")}
+    check_builder_params("method", builder, params, skip=1)
+    return builder, params
 
 
 def check_shardable(loader: BatchLoader, name: str, every_batch: bool) -> None:

@@ -36,8 +36,10 @@ import yaml
 from tqdm.auto import tqdm
 
 from modalbalance.errors import ConfigError, ModalBalanceError
+from modalbalance.progress import bar_disable
 from modalbalance.training.checkpoint import write_json, write_text
 from modalbalance.training.config import apply_override, dump_config, load_yaml, resolve_config_path, set_dotted_key
+from modalbalance.training.formatting import check_summary_metric
 
 logger = logging.getLogger("modalbalance")
 
@@ -289,6 +291,9 @@ def _parse_table(table: Any, axes: Mapping[str, list[Level]], where: str) -> Tab
             if not isinstance(table[key], str):
                 raise ConfigError(f"{where}: table.{key} must be a string; got {table[key]!r}")
             setattr(layout, key, table[key])
+    problem = check_summary_metric(layout.metric)
+    if problem is not None:
+        raise ConfigError(f"{where}: table.metric {problem}")
 
     if "scale" in table:
         scale = table["scale"]
@@ -441,8 +446,7 @@ def plan_runs(
     data_roots: Mapping[str, str] | None = None,
 ) -> list[PlannedRun]:
     """Return every run of the grid with its config, validated, and its directory under ``out_dir``."""
-    from modalbalance.methods import METHODS
-    from modalbalance.training.runner import resolve
+    from modalbalance.training.runner import check_method_params, resolve
 
     out_dir = Path(out_dir)
     runs = []
@@ -451,7 +455,7 @@ def plan_runs(
             config = run_config(grid, cell, seed, overrides, data_roots)
             try:
                 resolved = resolve(config)
-                METHODS.get(resolved["method"]["name"])
+                check_method_params(resolved["method"])
             except ConfigError as error:
                 raise ConfigError(f"grid {grid.name}, cell {cell.dirname}, seed {seed}: {error}") from None
             runs.append(PlannedRun(cell=cell, seed=seed, config=config, run_dir=out_dir / cell.dirname / f"seed={seed}"))
@@ -618,7 +622,7 @@ def run_sweep(
 
 def _train_pending(pending: list[PlannedRun], workers: int) -> list[tuple[PlannedRun, str]]:
     failures: list[tuple[PlannedRun, str]] = []
-    bar = tqdm(total=len(pending), desc="sweep", unit="run", disable=not pending)
+    bar = tqdm(total=len(pending), desc="sweep", unit="run", disable=bar_disable(bool(pending)))
     try:
         if workers == 1:
             for run in pending:
