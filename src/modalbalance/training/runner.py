@@ -541,7 +541,17 @@ def resume(run_dir: str | Path) -> dict[str, Any]:
 
 def _fit_and_close(run: TrainingRun) -> dict[str, Any]:
     try:
-        return run.fit()
-    finally:
+        summary = run.fit()
+    except BaseException:
+        # No barrier here, because the other processes may never reach one.
         if run.owns_process_group:
             distributed.shutdown()
+        raise
+    if run.owns_process_group:
+        # Rank 0 still writes the summary and plots when the others finish, so
+        # all processes wait for each other and then leave the group together.
+        # NOTE: without this barrier a rank-1 worker once aborted (SIGABRT) at
+        # exit on a loaded machine; that this was the cause is not confirmed.
+        distributed.barrier()
+        distributed.shutdown()
+    return summary
