@@ -118,22 +118,35 @@ def bank_prototypes(state: dict, key: str) -> list[torch.Tensor]:
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
 
 
+def train_one_and_two_processes(tmp_path: Path, extra: list[str] = ()) -> tuple[Path, Path]:
+    """Train the same config in one process and in two under torchrun; return both run directories."""
+    single, parallel = tmp_path / "single", tmp_path / "parallel"
+    run_training([sys.executable], single, extra)
+    run_training(TORCHRUN, parallel, extra)
+    return single, parallel
+
+
+def read_steps(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "steps.jsonl").read_text().splitlines()]
+
+
+def assert_same_weights(single_state: dict, parallel_state: dict) -> None:
+    for name, weights in single_state["model"].items():
+        assert torch.allclose(parallel_state["model"][name], weights, rtol=0.0, atol=1e-6), name
+
+
 @pytest.mark.slow
 def test_two_processes_match_one(tmp_path):
-    single, parallel = tmp_path / "single", tmp_path / "parallel"
-    run_training([sys.executable], single)
-    run_training(TORCHRUN, parallel)
+    single, parallel = train_one_and_two_processes(tmp_path)
 
     single_state, parallel_state = load_checkpoint(single / "last.pt"), load_checkpoint(parallel / "last.pt")
     # The prototypes PMR used in the epoch (before it) and those of the evaluation (after it).
     for key in ("method", "evaluation_prototypes"):
         for expected, actual in zip(bank_prototypes(single_state, key), bank_prototypes(parallel_state, key)):
             assert torch.allclose(actual, expected, rtol=0.0, atol=1e-6), key
-    for name, weights in single_state["model"].items():
-        assert torch.allclose(parallel_state["model"][name], weights, rtol=0.0, atol=1e-6), name
+    assert_same_weights(single_state, parallel_state)
 
-    expected_steps = [json.loads(line) for line in (single / "steps.jsonl").read_text().splitlines()]
-    actual_steps = [json.loads(line) for line in (parallel / "steps.jsonl").read_text().splitlines()]
+    expected_steps, actual_steps = read_steps(single), read_steps(parallel)
     assert len(actual_steps) == len(expected_steps) == 47
     for want, got in zip(expected_steps, actual_steps):
         assert got["step"] == want["step"]
@@ -160,9 +173,7 @@ def test_two_processes_online_prototypes(tmp_path):
     # 1e-4 to 1e-3 in the ratios within two epochs, and so does the difference
     # between one process with one thread and one with two.
     extra = ["train.epochs=2", "method.prototype_source=online", "optimizer.lr=0.001"]
-    single, parallel = tmp_path / "single", tmp_path / "parallel"
-    run_training([sys.executable], single, extra)
-    run_training(TORCHRUN, parallel, extra)
+    single, parallel = train_one_and_two_processes(tmp_path, extra)
 
     single_state, parallel_state = load_checkpoint(single / "last.pt"), load_checkpoint(parallel / "last.pt")
     for expected, actual in zip(bank_prototypes(single_state, "method"), bank_prototypes(parallel_state, "method")):
@@ -175,8 +186,7 @@ def test_two_processes_online_prototypes(tmp_path):
         counts = single_online["counts"].unsqueeze(1)
         assert torch.allclose(actual / counts, expected / counts, rtol=0.0, atol=1e-6)
 
-    expected_steps = [json.loads(line) for line in (single / "steps.jsonl").read_text().splitlines()]
-    actual_steps = [json.loads(line) for line in (parallel / "steps.jsonl").read_text().splitlines()]
+    expected_steps, actual_steps = read_steps(single), read_steps(parallel)
     assert len(actual_steps) == len(expected_steps) == 2 * 47
     for want, got in zip(expected_steps, actual_steps):
         assert got["imbalance_ratio"] == pytest.approx(want["imbalance_ratio"], rel=0.0, abs=1e-6)
@@ -190,16 +200,10 @@ def test_two_processes_gradient_modulation(tmp_path):
     # The noise is as large as the gradient. At lr 0.05 it amplifies float32
     # rounding differences to 1e-3 within the epoch, and at lr 1e-3 they stay near 3e-8.
     extra = ["method.name=ogm-ge", "method.noise=true", "optimizer.lr=0.001"]
-    single, parallel = tmp_path / "single", tmp_path / "parallel"
-    run_training([sys.executable], single, extra)
-    run_training(TORCHRUN, parallel, extra)
+    single, parallel = train_one_and_two_processes(tmp_path, extra)
+    assert_same_weights(load_checkpoint(single / "last.pt"), load_checkpoint(parallel / "last.pt"))
 
-    single_state, parallel_state = load_checkpoint(single / "last.pt"), load_checkpoint(parallel / "last.pt")
-    for name, weights in single_state["model"].items():
-        assert torch.allclose(parallel_state["model"][name], weights, rtol=0.0, atol=1e-6), name
-
-    expected_steps = [json.loads(line) for line in (single / "steps.jsonl").read_text().splitlines()]
-    actual_steps = [json.loads(line) for line in (parallel / "steps.jsonl").read_text().splitlines()]
+    expected_steps, actual_steps = read_steps(single), read_steps(parallel)
     assert len(actual_steps) == len(expected_steps) == 47
     coefficient_keys = [key for key in expected_steps[0] if key.startswith("gradient_coefficient/")]
     assert len(coefficient_keys) == 2
