@@ -79,6 +79,11 @@ def main(argv: list[str] | None = None) -> int:
     except ModalBalanceError as error:
         report_error(args.command, error)
         return 2
+    except BrokenPipeError:
+        # The reader of stdout went away (`modalbalance sweep ... | head`); stop quietly.
+        # Pointing stdout at /dev/null keeps the interpreter's final flush from raising again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         hint = "; continue it with: modalbalance train --resume RUN_DIR" if args.command == "train" else ""
         sys.stderr.write(f"modalbalance {args.command}: interrupted{hint}\n")
